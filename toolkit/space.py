@@ -24,8 +24,8 @@ Examples
 >>> config = space.sample(0)
 >>> space.replay(config) == space.replay(dict(config))
 True
->>> sorted(space.describe())[:3]
-['layers', 'layer0/units', 'layer1/units']
+>>> sorted(space.describe())
+['layer0/units', 'layer1/units', 'layer2/units', 'layers', 'lr']
 """
 
 from __future__ import annotations
@@ -153,7 +153,9 @@ class Choice(Domain):
                 )
         for i, a in enumerate(options):
             if any(_same(a, b) for b in options[:i]):
-                raise SpaceError(f"choice options must be distinct; {a!r} appears twice in {list(options)!r}.")
+                raise SpaceError(
+                    f"choice options must be distinct; {a!r} appears twice in {list(options)!r}."
+                )
         self.options = options
 
     def sample(self, rng: random.Random) -> Any:
@@ -207,11 +209,7 @@ class Int(Domain):
         return self.low + self.step * int(rng.random() * self.size)
 
     def contains(self, value: Any) -> bool:
-        return (
-            type(value) is int
-            and self.low <= value <= self.high
-            and (value - self.low) % self.step == 0
-        )
+        return type(value) is int and self.low <= value <= self.high and (value - self.low) % self.step == 0
 
     def default(self) -> int:
         return self.low
@@ -646,7 +644,7 @@ class SearchSpace:
         while True:
             sizes: list[int] = []
 
-            def propose(name: str, dom: Domain) -> Any:
+            def propose(name: str, dom: Domain, sizes: list[int] = sizes, path: list[int] = path) -> Any:
                 opts = values[name] if name in values else dom.grid_values()
                 i = len(sizes)
                 sizes.append(len(opts))
