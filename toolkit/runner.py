@@ -175,7 +175,12 @@ class Runner:
             else:
                 slots = sum(int(w.get("nthreads", 1)) for w in workers)
             self._slots = slots
-        return max(self._slots, 1)
+        slots = max(self._slots, 1)
+        if getattr(self.exp.searcher, "independent", False) and self.scheduler is None:
+            # Proposals do not depend on results: queue a second round on the scheduler so a
+            # worker never waits for the driver's round trip.
+            return 2 * slots
+        return slots
 
     # -- the loop ------------------------------------------------------------------
     def run(self) -> None:
