@@ -37,10 +37,10 @@ TOP_KEYS = {
     "objective": "the metric to optimise, such as val_accuracy",
     "mode": "max or min",
     "seed": "an integer",
-    "budget": "{n_trials, max_concurrent, timeout, trial_timeout, max_attempts}",
+    "budget": "{n_trials, max_concurrent, timeout, trial_timeout, worker_timeout, max_attempts}",
     "log_dir": "where experiment folders are written",
 }
-BUDGET_KEYS = ("n_trials", "max_concurrent", "timeout", "trial_timeout", "max_attempts")
+BUDGET_KEYS = ("n_trials", "max_concurrent", "timeout", "trial_timeout", "worker_timeout", "max_attempts")
 COMPONENT_KEYS = ("name", "params")
 
 
@@ -86,6 +86,7 @@ class ExperimentConfig:
             seed=seed,
             max_attempts=budget.get("max_attempts", 3),
             trial_timeout=budget.get("trial_timeout"),
+            worker_timeout=budget.get("worker_timeout", 600.0),
         )
 
     def _component(self, key: str, registry: dict[str, str], default_params: dict | None = None) -> Any:
@@ -205,7 +206,7 @@ def parse_experiment_config(data: Any, source: str = "<config>") -> ExperimentCo
     _positive_int(budget.get("n_trials"), "budget.n_trials", source)
     _positive_int(budget.get("max_concurrent"), "budget.max_concurrent", source)
     _positive_int(budget.get("max_attempts"), "budget.max_attempts", source)
-    for key in ("timeout", "trial_timeout"):
+    for key in ("timeout", "trial_timeout", "worker_timeout"):
         v = budget.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
             raise ConfigError(f"{source}: budget.{key} must be a positive number of seconds; got {v!r}.")

@@ -117,6 +117,10 @@ class Experiment:
         How many times a trial may be started before a lost worker fails it.
     trial_timeout
         Seconds after which a running trial is cancelled and failed.
+    worker_timeout
+        Seconds the search waits while the cluster has no worker at all (every
+        SLURM job ended, say) before it stops with a clear error; ``None``
+        waits for replacements forever, with a warning every 30 s.
 
     Examples
     --------
@@ -139,6 +143,7 @@ class Experiment:
         seed: int = 0,
         max_attempts: int = 3,
         trial_timeout: float | None = None,
+        worker_timeout: float | None = 600.0,
     ):
         if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigError(
@@ -165,6 +170,13 @@ class Experiment:
                 f"trial_timeout must be a positive number of seconds or None; got {trial_timeout!r}."
             )
         self.trial_timeout = trial_timeout
+        if worker_timeout is not None and not (
+            isinstance(worker_timeout, (int, float)) and worker_timeout > 0
+        ):
+            raise ConfigError(
+                f"worker_timeout must be a positive number of seconds or None (wait forever); got {worker_timeout!r}."
+            )
+        self.worker_timeout = worker_timeout
         if searcher is None:
             from toolkit.searchers import RandomSearcher
 
@@ -200,6 +212,7 @@ class Experiment:
             "seed": self.seed,
             "max_attempts": self.max_attempts,
             "trial_timeout": self.trial_timeout,
+            "worker_timeout": self.worker_timeout,
             "n_trials": self._n_trials,
             "versions": _versions(),
         }
@@ -271,7 +284,10 @@ class Experiment:
         return runner
 
     def _release(self) -> None:
-        self.journal.close()
+        try:
+            self.journal.close()
+        except OSError as exc:  # a full disk: the runner already reported it
+            logger.warning("closing the journal %s failed: %s", self.journal.file, exc)
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -422,6 +438,7 @@ class Experiment:
             seed=spec.get("seed", 0),
             max_attempts=spec.get("max_attempts", 3),
             trial_timeout=spec.get("trial_timeout"),
+            worker_timeout=spec.get("worker_timeout", 600.0),
         )
         exp._n_trials = spec.get("n_trials")
         return exp

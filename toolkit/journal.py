@@ -283,7 +283,9 @@ class Journal:
         """
         if not events:
             return
-        data = b"".join(_dumps(e) + b"\n" for e in events)
+        data = b"".join(
+            _dumps(e if next(iter(e)) == "event" else {"event": e["event"], **e}) + b"\n" for e in events
+        )
         with self._write_lock:
             if self._fh is None:
                 self._fh = open(self.file, "ab")  # noqa: SIM115 - kept open for the run

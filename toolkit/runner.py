@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from distributed import as_completed
 
+from toolkit.errors import DarchError, JournalError
 from toolkit.history import TrialRecord, merge_history
 from toolkit.journal import _dumps
 from toolkit.schedulers.base import WAIT, RungRecord
@@ -46,7 +47,12 @@ if TYPE_CHECKING:
 
     from toolkit.experiment import Experiment
 
-__all__ = ["Runner"]
+__all__ = ["NoWorkersError", "Runner"]
+
+
+class NoWorkersError(DarchError):
+    """The cluster had no workers for longer than ``worker_timeout`` while trials waited."""
+
 
 logger = logging.getLogger(__name__)
 
@@ -104,11 +110,15 @@ class Runner:
         self._started: collections.deque[dict[str, Any]] = collections.deque()
         self._events: list[dict[str, Any]] = []
         self._stop = threading.Event()
+        self._write_error: OSError | None = None
         self._closing = threading.Event()
         self._added = threading.Event()
         self._ac: Any = None
         self._stop_reason = "stop"
         self._slots = 0
+        self.n_workers = 0
+        self._no_workers_since: float | None = None
+        self._warned_no_workers = 0.0
         self._slots_t = -math.inf
         self._exhausted = False
         self._archs: dict[int, Any] = {}
@@ -159,28 +169,60 @@ class Runner:
         logger.info("workers advertise no %s resources: trials run without them", sorted(wanted))
         return None
 
+    def _refresh_workers(self) -> None:
+        """Re-read the cluster's workers (at most once a second): slots, and how long none were seen."""
+        now = time.monotonic()
+        if now - self._slots_t <= 1.0:
+            return
+        self._slots_t = now
+        workers = list(self.client.scheduler_info(n_workers=-1).get("workers", {}).values())
+        if self.resources:
+            slots = 0
+            for w in workers:
+                res = w.get("resources") or {}
+                slots += int(min(res.get(k, 0) // v for k, v in self.resources.items()))
+        else:
+            slots = sum(int(w.get("nthreads", 1)) for w in workers)
+        self._slots = slots
+        self.n_workers = len(workers)
+        if workers:
+            self._no_workers_since = None
+        elif self._no_workers_since is None:
+            self._no_workers_since = now
+
     def capacity(self) -> int:
         """Trials to keep in flight: ``max_concurrent``, or the cluster's slots."""
+        self._refresh_workers()
         if self.max_concurrent:
             return self.max_concurrent
-        now = time.monotonic()
-        if now - self._slots_t > 1.0:
-            self._slots_t = now
-            workers = self.client.scheduler_info(n_workers=-1).get("workers", {}).values()
-            if self.resources:
-                slots = 0
-                for w in workers:
-                    res = w.get("resources") or {}
-                    slots += int(min(res.get(k, 0) // v for k, v in self.resources.items()))
-            else:
-                slots = sum(int(w.get("nthreads", 1)) for w in workers)
-            self._slots = slots
         slots = max(self._slots, 1)
         if getattr(self.exp.searcher, "independent", False) and self.scheduler is None:
             # Proposals do not depend on results: queue a second round on the scheduler so a
             # worker never waits for the driver's round trip.
             return 2 * slots
         return slots
+
+    def _check_workers(self) -> None:
+        """Never hang silently when the cluster has no workers (every SLURM job ended, say)."""
+        self._refresh_workers()
+        since = self._no_workers_since
+        if since is None or not self.inflight:
+            return
+        waited = time.monotonic() - since
+        limit = self.exp.worker_timeout
+        if limit is not None and waited > limit:
+            self.stop("no workers")
+            raise NoWorkersError(
+                f"the cluster has had no workers for {waited:.0f} s (worker_timeout={limit}) while "
+                f"{len(self.inflight)} trial(s) waited; every job may have ended or been cancelled. "
+                "The journal is intact: scale the cluster again (cluster.scale(jobs=k), or adapt) and "
+                f"resume with `darch resume {self.journal.path}`, or raise worker_timeout to wait longer."
+            )
+        if waited - self._warned_no_workers >= 30:
+            self._warned_no_workers = waited
+            logger.warning(
+                "no Dask workers for %.0f s; %d trial(s) wait for workers to join", waited, len(self.inflight)
+            )
 
     # -- the loop ------------------------------------------------------------------
     def run(self) -> None:
@@ -207,6 +249,7 @@ class Runner:
                 if batch:
                     self._complete(batch)
                 self._check_timeouts()
+                self._check_workers()
                 self._flush()
                 self._update_progress()
         finally:
@@ -248,9 +291,23 @@ class Runner:
                 return batch
 
     def _flush(self) -> None:
-        if self._events:
-            events, self._events = self._events, []
+        if not self._events or self._write_error is not None:
+            return
+        events, self._events = self._events, []
+        try:
             self.journal.append(events)
+        except OSError as exc:
+            # Disk full, quota, a lost NFS mount: stop cleanly. The journal up to its last complete
+            # line stays readable, and the trials in flight are cancelled (they re-run on resume).
+            self._write_error = exc
+            with contextlib.suppress(Exception):
+                self.client.cancel(list(self.inflight))
+            self.inflight.clear()
+            raise JournalError(
+                f"could not write to the journal {self.journal.file}: {exc}. The search stopped; "
+                "everything recorded before is intact. Free space (or fix the filesystem), then "
+                f"continue with `darch resume {self.journal.path}`."
+            ) from exc
 
     # -- asking and submitting -------------------------------------------------------
     def _fill(self) -> None:
