@@ -117,6 +117,9 @@ class Runner:
         self._stop_reason = "stop"
         self._slots = 0
         self.n_workers = 0
+        self._deadlines: dict[str, float | None] = {}
+        self._durations: dict[float | None, list[float]] = {}
+        self._warned_deadline = False
         self._no_workers_since: float | None = None
         self._warned_no_workers = 0.0
         self._slots_t = -math.inf
@@ -175,7 +178,8 @@ class Runner:
         if now - self._slots_t <= 1.0:
             return
         self._slots_t = now
-        workers = list(self.client.scheduler_info(n_workers=-1).get("workers", {}).values())
+        info = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        workers = list(info.values())
         if self.resources:
             slots = 0
             for w in workers:
@@ -185,10 +189,31 @@ class Runner:
             slots = sum(int(w.get("nthreads", 1)) for w in workers)
         self._slots = slots
         self.n_workers = len(workers)
+        self._deadlines = {addr: (w.get("metrics") or {}).get("darch_deadline") for addr, w in info.items()}
         if workers:
             self._no_workers_since = None
         elif self._no_workers_since is None:
             self._no_workers_since = now
+
+    def _expected_duration(self, budget: float | None) -> float | None:
+        """Median duration of the latest finished trials at this budget (None: no estimate yet)."""
+        durations = self._durations.get(budget)
+        if not durations:
+            return None
+        recent = sorted(durations[-20:])
+        return recent[len(recent) // 2]
+
+    def _workers_with_time_for(self, budget: float | None) -> list[str] | None:
+        """Workers whose remaining lifetime fits a trial at ``budget``; None when all do (or unknown)."""
+        expected = self._expected_duration(budget)
+        deadlines = self._deadlines
+        if expected is None or not deadlines or all(dl is None for dl in deadlines.values()):
+            return None
+        now = time.time()
+        fits = [a for a, dl in deadlines.items() if dl is None or dl - now > 1.2 * expected + 5]
+        if len(fits) == len(deadlines):
+            return None
+        return fits
 
     def capacity(self) -> int:
         """Trials to keep in flight: ``max_concurrent``, or the cluster's slots."""
@@ -206,7 +231,7 @@ class Runner:
         """Never hang silently when the cluster has no workers (every SLURM job ended, say)."""
         self._refresh_workers()
         since = self._no_workers_since
-        if since is None or not self.inflight:
+        if since is None or not (self.inflight or self.requeue):
             return
         waited = time.monotonic() - since
         limit = self.exp.worker_timeout
@@ -240,7 +265,7 @@ class Runner:
                     self.stop("timeout")
                 if not self._stop.is_set():
                     self._fill()
-                if not self.inflight:
+                if not self.inflight and (not self.requeue or self._stop.is_set()):
                     break
                 if self._stop.is_set():
                     self._cancel_all()
@@ -318,8 +343,27 @@ class Runner:
             if job is None:
                 break
             jobs.append(job)
-        if jobs:
-            self._submit(jobs)
+        if not jobs:
+            return
+        groups: dict[Any, list[Job]] = {}
+        for job in jobs:
+            groups.setdefault(job.budget, []).append(job)
+        for budget, group in groups.items():
+            workers = self._workers_with_time_for(budget)
+            if workers == []:
+                # No worker will live long enough: hold these until replacement jobs arrive.
+                if not self._warned_deadline:
+                    self._warned_deadline = True
+                    logger.warning(
+                        "no worker has enough lifetime left for a trial of about %.0f s; "
+                        "holding it until new workers join",
+                        self._expected_duration(budget) or 0.0,
+                    )
+                self.requeue.extendleft(reversed(group))
+                continue
+            self._submit(group, workers)
+        if self.requeue and not self.inflight:
+            time.sleep(self.tick_s)  # everything is held: do not spin
 
     def n_created(self) -> int:
         return len(self.trials)
@@ -417,8 +461,11 @@ class Runner:
         )
         return Job(tid, budget=budget, rung=rung, bracket=bracket)
 
-    def _submit(self, jobs: list[Job]) -> None:
-        """Submit jobs in one ``client.map`` call (one graph update for the batch)."""
+    def _submit(self, jobs: list[Job], workers: list[str] | None = None) -> None:
+        """Submit jobs in one ``client.map`` call (one graph update for the batch).
+
+        ``workers`` restricts them to workers with enough lifetime left.
+        """
         payloads = []
         now = time.time()
         for job in jobs:
@@ -444,8 +491,11 @@ class Runner:
             if job.rung is not None:
                 ev.update(budget=job.budget, rung=job.rung, resume=job.resume)
             self._events.append(ev)
+        extra: dict[str, Any] = {}
+        if workers is not None:
+            extra = {"workers": workers, "allow_other_workers": False}
         futures = self.client.map(
-            run_trial, payloads, evaluator=self.exp.evaluator, pure=False, resources=self.resources
+            run_trial, payloads, evaluator=self.exp.evaluator, pure=False, resources=self.resources, **extra
         )
         for fut, job in zip(futures, jobs):
             self.inflight[fut] = job
@@ -565,6 +615,8 @@ class Runner:
         rec.error = None
         rec.finished_t = ev["t"]
         rec.duration_s += ev.get("duration_s") or 0.0
+        if ev.get("duration_s"):
+            self._durations.setdefault(job.budget, []).append(float(ev["duration_s"]))
         if job.rung is not None:
             rec.rung = job.rung
             rec.budget = job.budget
