@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from toolkit.errors import DarchError
+from toolkit.errors import ConfigError, DarchError
 
 __all__ = ["main"]
 
@@ -42,8 +42,8 @@ def _parser() -> argparse.ArgumentParser:
             "--cluster",
             default="local",
             metavar="PROFILE",
-            help="'local' (an embedded LocalCluster, the default) or a profile of conf/clusters/, "
-            "such as bridges2-gpu",
+            help="'local' (an embedded LocalCluster, the default), a profile of conf/clusters/, "
+            "such as bridges2-gpu, or the address of a running Dask scheduler (tcp://HOST:PORT)",
         )
         sp.add_argument("--jobs", type=int, metavar="K", help="SLURM jobs to request (cluster.scale(jobs=K))")
         sp.add_argument(
@@ -107,20 +107,28 @@ def _parser() -> argparse.ArgumentParser:
 
 def _positive(value: int | None, flag: str) -> None:
     if value is not None and value <= 0:
-        from toolkit.errors import ConfigError
-
         raise ConfigError(f"{flag} must be a positive integer; got {value}. For example {flag} 16.")
 
 
 @contextlib.contextmanager
 def _client(profile: str, jobs: int | None) -> Iterator[Any]:
-    """``None`` for the embedded LocalCluster, else a client on the profile's cluster."""
+    """``None`` for the embedded LocalCluster, else a client on the profile's cluster (or address)."""
     if profile == "local" and not jobs:
         yield None
         return
     from distributed import Client
 
-    from toolkit.cluster import make_cluster
+    from toolkit.cluster import connect, make_cluster
+
+    if "://" in profile:
+        if jobs:
+            raise ConfigError(
+                f"--jobs scales a cluster profile; {profile!r} is the address of a running scheduler, "
+                "whose workers are started elsewhere. Drop --jobs, or give a profile: --cluster bridges2-gpu --jobs 4."
+            )
+        with connect(profile) as client:
+            yield client
+        return
 
     cluster = make_cluster(profile, jobs=jobs) if jobs else make_cluster(profile)
     try:
@@ -144,6 +152,14 @@ def _table(df: Any, objective: Any, top: int | None) -> str:
 
     name = objective.name
     done = df[df["status"] == "finished"].sort_values(name, ascending=objective.mode == "min")
+    if done.empty:
+        summary = ", ".join(f"{int(v)} {k}" for k, v in df["status"].value_counts().items() if v)
+        failed = df[df["status"] == "failed"]
+        text = f"{summary or 'no trials yet'}\nno finished trial yet"
+        if not failed.empty:
+            first = failed.iloc[0]
+            text += f"; the first failure (trial {first['trial_id']}): {first['error']}"
+        return text
     if top:
         done = done.head(top)
     params = [c for c in df.columns if c.startswith("param_") and df[c].notna().all()]
@@ -165,6 +181,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     exp = cfg.build(log_dir=args.log_dir)
     budget = cfg.budget
     n_trials = args.trials or budget.get("n_trials")
+    exp.check(n_trials)  # a locked folder or another space is refused before any cluster starts
     with _client(args.cluster, args.jobs) as client:
         exp.run(
             client,
@@ -182,7 +199,9 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
     _positive(args.trials, "--trials")
     _positive(args.jobs, "--jobs")
+    _positive(args.max_concurrent, "--max-concurrent")
     exp = Experiment.load(args.path)
+    exp.check(args.trials)
     with _client(args.cluster, args.jobs) as client:
         exp.run(
             client, n_trials=args.trials, max_concurrent=args.max_concurrent, progress=not args.no_progress
@@ -192,7 +211,6 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    from toolkit.errors import ConfigError
     from toolkit.results import load_results
 
     _positive(args.top, "--top")
@@ -223,11 +241,11 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
     from toolkit import cluster as cl
-    from toolkit.errors import ConfigError
 
     if args.list or not args.profile:
         for name in cl.list_profiles():
-            print(name)
+            desc = cl.profile_settings(name).get("description") or ""
+            print(f"{name:20s} {desc}")
         return 0
     overrides: dict[str, Any] = {}
     for item in args.set:
