@@ -31,6 +31,8 @@ _LAZY = {
     "OptunaSearcher": "toolkit.searchers",
     "RandomSearcher": "toolkit.searchers",
     "make_cluster": "toolkit.cluster",
+    "draw_architecture": "toolkit.draw",
+    "retrain": "toolkit.retrain",
 }
 
 __all__ = [*sorted(_LAZY), "__version__"]

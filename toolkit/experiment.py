@@ -16,6 +16,7 @@ interrupted search.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import os
@@ -92,6 +93,21 @@ def embedded_cluster(n_workers: int | None = None) -> Any:
     return make_cluster("local", **overrides)
 
 
+def check_evaluator(evaluator: Any) -> None:
+    """Run an evaluator's own check in the search process, before any trial is sent to a worker.
+
+    It calls the evaluator's ``check()`` when it has one, else its ``validate()``; both take no
+    argument and raise :class:`~toolkit.errors.ConfigError`. So a bad setting (``epochs=0``) or a
+    dataset file that is missing, corrupt or lacks its arrays stops the search at once with one
+    clear message, instead of failing every trial on the workers.
+    """
+    for name in ("check", "validate"):
+        hook = getattr(evaluator, name, None)
+        if callable(hook):
+            hook()
+            return
+
+
 class Experiment:
     """An architecture search: a space, a searcher, an evaluator and a journal folder.
 
@@ -159,6 +175,7 @@ class Experiment:
                 f"evaluator must be callable (see toolkit.evaluators); got {evaluator!r}. "
                 "For example SyntheticEvaluator() or KerasClassifierEvaluator(dataset='digits')."
             )
+        check_evaluator(evaluator)
         self.name = name
         self.space = space
         self.evaluator = evaluator
@@ -235,7 +252,56 @@ class Experiment:
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ConfigError(f"timeout must be a positive number of seconds or None; got {timeout!r}.")
         existing = Journal.exists(self.path)
-        if existing:
+        self._n_trials = self.check(n_trials)
+        with self._writing():
+            if not existing:
+                Journal.create(self.path, self.spec())
+            lock = self.journal.lock()
+            lock.acquire()
+        self._lock = lock
+        try:
+            with self._writing():
+                if existing:
+                    self.journal.write_spec(self.spec())
+                trials = fold(self.journal.events(), self.objective)
+            self.searcher.setup(self.space, self.objective)
+            self.searcher.restore([rec.to_trial() for rec in trials.values()])
+            if self.scheduler is not None and hasattr(self.scheduler, "setup"):
+                self.scheduler.setup(self.objective)
+            run_event = {
+                "event": "run",
+                "t": time.time(),
+                "n_trials": self._n_trials,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "resumed": existing,
+                "scheduler_address": getattr(client, "scheduler", None) and client.scheduler.address,
+            }
+            with self._writing():
+                self.journal.append([run_event])
+            runner = Runner(self, client, trials, self._n_trials, max_concurrent, timeout, progress)
+        except BaseException:
+            self._release()
+            raise
+        self._runner = runner
+        self._started_at = time.time()
+        return runner
+
+    def check(self, n_trials: int | None = None) -> int:
+        """Raise now what :meth:`run` would refuse before its first trial; start and write nothing.
+
+        Refused: a folder that holds a search over another space, a folder a live search holds, and a
+        new search without ``n_trials``. Call it before starting a cluster (the ``darch`` command
+        does), so that a mistake costs no SLURM job. Returns the number of trials the run will have.
+
+        Examples
+        --------
+        >>> from toolkit.evaluators import SyntheticEvaluator
+        >>> from toolkit.spaces import mlp
+        >>> Experiment("x", mlp, SyntheticEvaluator(), log_dir="/tmp/darch-doc-check").check(n_trials=4)
+        4
+        """
+        if Journal.exists(self.path):
             spec = self.journal.spec()
             fp = (spec.get("space") or {}).get("fingerprint")
             if fp != self.space.fingerprint:
@@ -246,42 +312,40 @@ class Experiment:
                 )
             if n_trials is None:
                 n_trials = spec.get("n_trials")
+            self.journal.lock().check()
+        else:
+            self._check_log_dir()
         if n_trials is None:
             raise ConfigError("n_trials is required for a new search; for example exp.run(n_trials=16).")
-        self._n_trials = _check_positive_int("n_trials", n_trials, "n_trials=16")
-        if not existing:
-            Journal.create(self.path, self.spec())
-        lock = self.journal.lock()
-        lock.acquire()
-        self._lock = lock
-        try:
-            if existing:
-                self.journal.write_spec(self.spec())
-            trials = fold(self.journal.events(), self.objective)
-            self.searcher.setup(self.space, self.objective)
-            self.searcher.restore([rec.to_trial() for rec in trials.values()])
-            if self.scheduler is not None and hasattr(self.scheduler, "setup"):
-                self.scheduler.setup(self.objective)
-            self.journal.append(
-                [
-                    {
-                        "event": "run",
-                        "t": time.time(),
-                        "n_trials": self._n_trials,
-                        "host": socket.gethostname(),
-                        "pid": os.getpid(),
-                        "resumed": existing,
-                        "scheduler_address": getattr(client, "scheduler", None) and client.scheduler.address,
-                    }
-                ]
+        return _check_positive_int("n_trials", n_trials, "n_trials=16")
+
+    def _check_log_dir(self) -> None:
+        """Refuse a log_dir that cannot hold a new experiment folder (before a cluster starts)."""
+        folder = self.path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        problem = None
+        if not folder.is_dir():
+            problem = f"{folder} is a file, not a folder"
+        elif not os.access(folder, os.W_OK | os.X_OK):
+            problem = f"{folder} is not writable by this user"
+        if problem:
+            raise JournalError(
+                f"cannot create the experiment folder {self.path}: {problem}. Make log_dir a writable folder "
+                "(log_dir= / --log-dir), then run again."
             )
-            runner = Runner(self, client, trials, self._n_trials, max_concurrent, timeout, progress)
-        except BaseException:
-            self._release()
-            raise
-        self._runner = runner
-        self._started_at = time.time()
-        return runner
+
+    @contextlib.contextmanager
+    def _writing(self) -> Any:
+        """Turn an OSError of the journal folder (disk full, read-only, not a folder) into a JournalError."""
+        try:
+            yield
+        except OSError as exc:
+            raise JournalError(
+                f"could not write to the experiment folder {self.path}: {exc}. No trial was started and "
+                "everything recorded before is intact. Make log_dir a writable folder with free space "
+                "(or choose another with log_dir= / --log-dir), then run again."
+            ) from exc
 
     def _release(self) -> None:
         try:
@@ -301,7 +365,7 @@ class Experiment:
 
     def run(
         self,
-        client: Client | None = None,
+        client: Client | str | None = None,
         n_trials: int | None = None,
         max_concurrent: int | None = None,
         timeout: float | None = None,
@@ -310,22 +374,31 @@ class Experiment:
         """Run the search until ``n_trials`` trials are finished or failed; return :meth:`results`.
 
         With no client, an embedded LocalCluster (one single-threaded worker
-        process per core) is started and closed afterwards. If the folder
-        already holds this search (same space), it is continued.
+        process per core) is started and closed afterwards; an address such as
+        ``"tcp://10.0.0.5:8786"`` connects to a running Dask scheduler (see
+        :func:`toolkit.cluster.connect`). If the folder already holds this
+        search (same space), it is continued.
         """
-        own = None
+        self.check(n_trials)  # refuse a mistake before a cluster is started
+        own: tuple[Any, Any] | None = None
         if client is None:
             from distributed import Client as _Client
 
             cluster = embedded_cluster()
             client = _Client(cluster)
             own = (client, cluster)
+        elif isinstance(client, str):
+            from toolkit.cluster import connect
+
+            client = connect(client)
+            own = (client, None)
         try:
             self._run_blocking(client, n_trials, max_concurrent, timeout, progress)
         finally:
             if own is not None:
                 own[0].close()
-                own[1].close()
+                if own[1] is not None:
+                    own[1].close()
         return self.results()
 
     def _run_blocking(self, client, n_trials, max_concurrent, timeout, progress) -> None:
@@ -490,6 +563,31 @@ class Experiment:
         from toolkit.results import load_results
 
         return load_results(self.path).best()
+
+    def retrain(
+        self,
+        trial: Any = None,
+        epochs: int | None = None,
+        client: Client | None = None,
+        dataset: Any = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        """Retrain a trial's architecture (default: the best) on the full training set, on a worker.
+
+        Saves the model as ``.keras`` in the trial's folder and returns its test
+        accuracy and the model's path (see :func:`toolkit.retrain.retrain`).
+        """
+        from toolkit.retrain import retrain
+
+        return retrain(
+            self, self.best() if trial is None else trial, epochs=epochs, client=client, dataset=dataset, **kw
+        )
+
+    def architecture(self, trial: Any) -> Any:
+        """The architecture description of a trial (an id or a results row), replayed from its config."""
+        from toolkit.retrain import trial_architecture
+
+        return trial_architecture(self, trial)
 
     # -- display -------------------------------------------------------------------
     def _status(self) -> dict[str, Any]:

@@ -149,6 +149,8 @@ def fold(events: list[dict[str, Any]], objective: Objective | None = None) -> di
                 rec.status = TrialStatus.STOPPED
         elif kind == "promoted":
             rec.status = TrialStatus.PENDING
+            rec.starts = set()  # attempts count per rung
+            rec.attempts = 0
             rec.rung = ev.get("rung")
             rec.budget = ev.get("budget")
             rec.rung_status[ev["rung"]] = "running"

@@ -411,6 +411,9 @@ class Runner:
             rec = self.trials[tid]
             rec.status = TrialStatus.PENDING
             rec.rung, rec.budget, rec.bracket = decision.rung, decision.budget, decision.bracket
+            rec.starts = set()  # attempts count per rung: a promotion is not a retry
+            rec.attempts = 0
+            self.losses.pop(tid, None)
             rec.rung_status[decision.rung] = "running"
             self._events.append(
                 {
