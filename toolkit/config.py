@@ -66,10 +66,15 @@ class ExperimentConfig:
         d = self.data
         seed = d.get("seed", 0)
         sp = d["space"]
-        fn = import_object(sp["fn"], "space")
+        try:
+            fn = import_object(sp["fn"], "space")
+        except ConfigError as exc:
+            raise self._err(f"space.fn: {exc}") from None
         if not callable(fn):
             raise self._err(f"space.fn {sp['fn']!r} is not a function; it resolved to {fn!r}.")
-        space = SearchSpace(fn, **(sp.get("kwargs") or {}))
+        kwargs = dict(sp.get("kwargs") or {})
+        _check_space_kwargs(fn, kwargs, sp["fn"], self.source)
+        space = SearchSpace(fn, **kwargs)
         searcher = self._component("searcher", SEARCHERS, default_params={"seed": seed})
         scheduler = self._component("scheduler", SCHEDULERS)
         evaluator = self._component("evaluator", EVALUATORS)
@@ -94,18 +99,44 @@ class ExperimentConfig:
         if spec is None:
             return None
         name, params = spec["name"], dict(spec.get("params") or {})
-        cls = resolve(key, name, registry)
+        try:
+            cls = resolve(key, name, registry)
+        except ConfigError as exc:
+            raise self._err(f"{key}.name: {exc}") from None
         if default_params and "seed" in _param_names(cls):
             for k, v in default_params.items():
                 params.setdefault(k, v)
         try:
-            if hasattr(cls, "from_params"):
-                return cls.from_params(params)
-            return cls(**params)
+            obj = cls.from_params(params) if hasattr(cls, "from_params") else cls(**params)
+            if key == "evaluator":
+                from toolkit.experiment import check_evaluator
+
+                check_evaluator(obj)  # bad settings and dataset files fail here, before any trial
+            return obj
         except ConfigError as exc:
             raise self._err(f"{key} {name!r}: {exc}") from None
         except TypeError as exc:
             raise self._err(f"{key} {name!r} refused its params {params!r}: {exc}") from None
+
+
+def _check_space_kwargs(fn: Any, kwargs: dict[str, Any], path: str, source: str) -> None:
+    """Refuse space.kwargs that the space function does not take (instead of a TypeError later)."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(None, **kwargs)
+    except TypeError as exc:
+        valid = [n for n, p in list(sig.parameters.items())[1:] if p.kind != p.VAR_POSITIONAL]
+        bad = next((k for k in kwargs if k not in sig.parameters), None)
+        hint = did_you_mean(bad, valid) if bad else ""
+        raise ConfigError(
+            f"{source}: space.kwargs {kwargs!r} do not fit the space function {path!r}: {exc}{hint}. "
+            f"It takes hp and then {valid or 'nothing else'}."
+        ) from None
 
 
 def _param_names(cls: Any) -> list[str]:
@@ -121,7 +152,7 @@ def _check_keys(data: Mapping[str, Any], valid: Any, where: str, source: str) ->
     for key in data:
         if key not in valid:
             raise ConfigError(
-                f"{source}: unknown key {where}{key!r}{did_you_mean(str(key), valid)}; "
+                f"{source}: unknown key '{where}{key}'{did_you_mean(str(key), valid)}; "
                 f"valid keys{' of ' + where.rstrip('.') if where else ''} are {sorted(valid)}."
             )
 
@@ -224,11 +255,25 @@ def load_experiment_config(path: str | os.PathLike[str]) -> ExperimentConfig:
             f"experiment file {str(path)!r} does not exist. Give a YAML file such as conf/experiments/demo.yaml."
         )
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(
+            f"experiment file {str(path)!r} cannot be read as text ({type(exc).__name__}: {exc}). "
+            "Give a YAML file such as conf/experiments/demo.yaml."
+        ) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if "could not determine a constructor for the tag" in problem:
+            raise ConfigError(
+                f"{path}: refused{where}: {problem}. Experiment files are read with yaml.safe_load, which "
+                "never builds Python objects from tags such as !!python/object; write plain values "
+                "(strings, numbers, lists, mappings) and name classes by import path, "
+                "e.g. evaluator: {name: 'mypkg.module:MyEvaluator'}."
+            ) from None
         raise ConfigError(
             f"{path}: malformed YAML{where}: {problem}. Check the indentation and the ':' after each key."
         ) from None

@@ -55,12 +55,17 @@ def write_json_atomic(path: Path, obj: Any, *, fsync: bool = False) -> None:
     data = orjson.dumps(
         obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
     )
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        if fsync:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a full disk must not leave a stray temporary file
+            tmp.unlink()
+        raise
 
 
 def read_events(path: str | os.PathLike[str], kinds: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -142,6 +147,26 @@ class JournalLock:
             return time.time() - self.path.stat().st_mtime > self.stale_after_s
         return True
 
+    def _locked_error(self, holder: dict[str, Any]) -> JournalLockedError:
+        return JournalLockedError(
+            f"another live search is writing to {self.path.parent} "
+            f"(pid {holder.get('pid')} on host {holder.get('host')}, since {holder.get('since')}). "
+            "Only one search may write to a folder: wait for it to finish, stop it, or use another "
+            "experiment name. If that process is dead on another host, delete "
+            f"{self.path} once its heartbeat is older than {self.stale_after_s:.0f} s."
+        )
+
+    def check(self) -> None:
+        """Raise :class:`JournalLockedError` if a live search holds the lock; take nothing, write nothing.
+
+        A cheap early check (before a cluster is started); :meth:`acquire` is what decides.
+        """
+        if not self.path.exists():
+            return
+        holder = self._holder()
+        if holder is not None and not self._is_stale(holder):
+            raise self._locked_error(holder)
+
     def acquire(self) -> None:
         """Take the lock or raise :class:`JournalLockedError` naming the holder."""
         info = {
@@ -160,13 +185,7 @@ class JournalLock:
                     with contextlib.suppress(FileNotFoundError):
                         self.path.unlink()
                     continue
-                raise JournalLockedError(
-                    f"another live search is writing to {self.path.parent} "
-                    f"(pid {holder.get('pid')} on host {holder.get('host')}, since {holder.get('since')}). "
-                    "Only one search may write to a folder: wait for it to finish, stop it, or use another "
-                    "experiment name. If that process is dead on another host, delete "
-                    f"{self.path} once its heartbeat is older than {self.stale_after_s:.0f} s."
-                ) from None
+                raise self._locked_error(holder or {}) from None
             with os.fdopen(fd, "wb") as fh:
                 fh.write(orjson.dumps(info))
                 fh.flush()
@@ -330,11 +349,17 @@ class Journal:
             self._writer = None
         with self._write_lock:
             if self._fh is not None:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-                self._fh.close()
-                self._fh = None
-                self._dirty.set()  # wakes the syncer, which sees no file and exits
+                fh, self._fh = self._fh, None
+                try:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                finally:
+                    # Closed even when the flush fails (a full disk): the bytes that did not fit are
+                    # dropped, leaving at worst a truncated last line, which readers skip and the next
+                    # append ends; a later flush of stale bytes could land after newer events.
+                    with contextlib.suppress(OSError):
+                        fh.close()
+                    self._dirty.set()  # wakes the syncer, which sees no file and exits
 
     def events(self, kinds: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """All events, or those of some kinds, in order."""

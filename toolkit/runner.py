@@ -512,10 +512,16 @@ class Runner:
             self._started.append(msg)
 
     def _drain_started(self) -> None:
+        active = {job.trial_id for job in self.inflight.values()}
         while self._started:
             msg = self._started.popleft()
             rec = self.trials.get(msg.get("trial"))
             if rec is None or msg.get("token") in rec.starts:
+                continue
+            if rec.trial_id not in active:
+                # Dask re-ran a task whose result was already recorded (its worker died before the
+                # future was released): not an attempt of a live trial.
+                logger.debug("ignoring a re-run of trial %d, already recorded", rec.trial_id)
                 continue
             self._note_start(rec, msg)
 
@@ -536,14 +542,16 @@ class Runner:
     def _complete(self, batch: list[tuple[Future, Any]]) -> None:
         for fut, out in batch:
             job = self.inflight.pop(fut, None)
-            if job is None:
-                continue
-            if fut.status == "finished" and isinstance(out, dict):
-                self._record(job, out)
-            elif fut.cancelled() or fut.status == "cancelled":
-                self._cancelled(job)
-            else:
-                self._lost(job, out if isinstance(out, BaseException) else None)
+            if job is not None:
+                if fut.status == "finished" and isinstance(out, dict):
+                    self._record(job, out)
+                elif fut.cancelled() or fut.status == "cancelled":
+                    self._cancelled(job)
+                else:
+                    self._lost(job, out if isinstance(out, BaseException) else None)
+            # Release at once (after reading its status): a recorded result must not be
+            # recomputed by Dask if the worker holding it dies.
+            fut.release()
 
     def _record(self, job: Job, out: dict[str, Any]) -> None:
         rec = self.trials[job.trial_id]
