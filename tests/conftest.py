@@ -26,7 +26,7 @@ def _local_cluster(n_workers: int = 2):
         n_workers=n_workers,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",
         env=WORKER_ENV,
         silence_logs=40,
     )
