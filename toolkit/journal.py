@@ -22,6 +22,7 @@ stale (another host) is broken, so a search killed with SIGKILL can resume.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import queue
@@ -68,11 +69,16 @@ def write_json_atomic(path: Path, obj: Any, *, fsync: bool = False) -> None:
         raise
 
 
-def read_events(path: str | os.PathLike[str], kinds: Iterable[str] | None = None) -> list[dict[str, Any]]:
+def read_events(
+    path: str | os.PathLike[str], kinds: Iterable[str] | None = None, defer: Iterable[str] = ()
+) -> list[dict[str, Any]]:
     """Read the events of ``journal.jsonl``, optionally only those of some kinds.
 
     A truncated or corrupt *last* line is skipped (a crash mid-append); a
-    corrupt line elsewhere is skipped with a warning.
+    corrupt line elsewhere is skipped with a warning. Events of a ``defer``
+    kind whose line starts ``{"event":"<kind>","trial":<id>,`` are not parsed:
+    they come back as ``{"event": kind, "trial": id, "raw": line}`` for the
+    caller to parse only if it needs them.
     """
     path = Path(path)
     if path.is_dir():
@@ -84,11 +90,41 @@ def read_events(path: str | os.PathLike[str], kinds: Iterable[str] | None = None
     prefixes = tuple(b'{"event":"' + k.encode() + b'"' for k in kinds) if kinds is not None else None
     lines = data.split(b"\n")
     out: list[dict[str, Any]] = []
+    enabled = gc.isenabled()
+    gc.disable()  # millions of small acyclic dicts: the collector's passes would cost more than parsing
+    try:
+        _parse_lines(
+            lines, prefixes, out, path, {b'{"event":"' + k.encode() + b'","trial":': k for k in defer}
+        )
+    finally:
+        if enabled:
+            gc.enable()
+    return out
+
+
+def _parse_lines(
+    lines: list[bytes], prefixes: tuple[bytes, ...] | None, out: list, path: Path, deferred: dict[bytes, str]
+) -> None:
     loads = orjson.loads
     last = len(lines) - 1
+    lazy = tuple(deferred)
     for i, line in enumerate(lines):
         if not line or prefixes is not None and not line.startswith(prefixes):
             continue
+        if lazy and line.startswith(lazy) and line.endswith(b"}"):
+            for prefix, kind in deferred.items():
+                if line.startswith(prefix):
+                    end = line.find(b",", len(prefix))
+                    try:
+                        out.append({"event": kind, "trial": int(line[len(prefix) : end]), "raw": line})
+                    except ValueError:
+                        break  # not the expected layout: parse it in full below
+                    else:
+                        break
+            else:  # pragma: no cover - the loop always breaks
+                pass
+            if out and out[-1].get("raw") is line:
+                continue
         try:
             out.append(loads(line))
         except orjson.JSONDecodeError:
@@ -96,7 +132,6 @@ def read_events(path: str | os.PathLike[str], kinds: Iterable[str] | None = None
                 logger.warning("skipping corrupt line %d of %s", i + 1, path)
             else:
                 logger.info("skipping a truncated last line in %s", path)
-    return out
 
 
 def _pid_alive(pid: int) -> bool:

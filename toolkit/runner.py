@@ -222,9 +222,9 @@ class Runner:
             return self.max_concurrent
         slots = max(self._slots, 1)
         if getattr(self.exp.searcher, "independent", False) and self.scheduler is None:
-            # Proposals do not depend on results: queue a second round on the scheduler so a
-            # worker never waits for the driver's round trip.
-            return 2 * slots
+            # Proposals do not depend on results (random, grid): queue a batch on the scheduler, as a
+            # client.map would, so a worker never waits for the driver's round trip.
+            return max(4 * slots, 32)
         return slots
 
     def _check_workers(self) -> None:
@@ -531,7 +531,7 @@ class Runner:
         rec.start_info = start
         if not rec.status.is_terminal:
             rec.status = TrialStatus.RUNNING
-        self._events.append({"event": "started", **start})
+        self._events.append({"event": "started", "trial": rec.trial_id, **start})
         for fut, job in self.inflight.items():
             if job.trial_id == rec.trial_id:
                 job.started = start.get("t", time.time())
