@@ -40,7 +40,15 @@ TOP_KEYS = {
     "budget": "{n_trials, max_concurrent, timeout, trial_timeout, worker_timeout, max_attempts}",
     "log_dir": "where experiment folders are written",
 }
-BUDGET_KEYS = ("n_trials", "max_concurrent", "timeout", "trial_timeout", "worker_timeout", "max_attempts")
+BUDGET_KEYS = (
+    "n_trials",
+    "max_concurrent",
+    "timeout",
+    "trial_timeout",
+    "worker_timeout",
+    "max_attempts",
+    "recycle_after",
+)
 COMPONENT_KEYS = ("name", "params")
 
 
@@ -92,6 +100,7 @@ class ExperimentConfig:
             max_attempts=budget.get("max_attempts", 3),
             trial_timeout=budget.get("trial_timeout"),
             worker_timeout=budget.get("worker_timeout", 600.0),
+            recycle_after=budget.get("recycle_after"),
         )
 
     def _component(self, key: str, registry: dict[str, str], default_params: dict | None = None) -> Any:
@@ -237,6 +246,7 @@ def parse_experiment_config(data: Any, source: str = "<config>") -> ExperimentCo
     _positive_int(budget.get("n_trials"), "budget.n_trials", source)
     _positive_int(budget.get("max_concurrent"), "budget.max_concurrent", source)
     _positive_int(budget.get("max_attempts"), "budget.max_attempts", source)
+    _positive_int(budget.get("recycle_after"), "budget.recycle_after", source)
     for key in ("timeout", "trial_timeout", "worker_timeout"):
         v = budget.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):

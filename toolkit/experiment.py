@@ -137,6 +137,12 @@ class Experiment:
         Seconds the search waits while the cluster has no worker at all (every
         SLURM job ended, say) before it stops with a clear error; ``None``
         waits for replacements forever, with a warning every 30 s.
+    recycle_after
+        Restart a worker process after it has run this many trials (the
+        evaluator reports ``process_trials``). TensorFlow keeps about 10 MB per
+        model in a process (``bench/results/evaluator.json``), so long Keras
+        searches should set about 50. A trial that was about to start on that
+        worker is run again elsewhere; it is never lost. ``None``: never.
 
     Examples
     --------
@@ -160,6 +166,7 @@ class Experiment:
         max_attempts: int = 3,
         trial_timeout: float | None = None,
         worker_timeout: float | None = 600.0,
+        recycle_after: int | None = None,
     ):
         if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigError(
@@ -194,6 +201,9 @@ class Experiment:
                 f"worker_timeout must be a positive number of seconds or None (wait forever); got {worker_timeout!r}."
             )
         self.worker_timeout = worker_timeout
+        if recycle_after is not None:
+            _check_positive_int("recycle_after", recycle_after, "recycle_after=50")
+        self.recycle_after = recycle_after
         if searcher is None:
             from toolkit.searchers import RandomSearcher
 
@@ -230,6 +240,7 @@ class Experiment:
             "max_attempts": self.max_attempts,
             "trial_timeout": self.trial_timeout,
             "worker_timeout": self.worker_timeout,
+            "recycle_after": self.recycle_after,
             "n_trials": self._n_trials,
             "versions": _versions(),
         }
@@ -512,6 +523,7 @@ class Experiment:
             max_attempts=spec.get("max_attempts", 3),
             trial_timeout=spec.get("trial_timeout"),
             worker_timeout=spec.get("worker_timeout", 600.0),
+            recycle_after=spec.get("recycle_after"),
         )
         exp._n_trials = spec.get("n_trials")
         return exp

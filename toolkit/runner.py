@@ -120,6 +120,7 @@ class Runner:
         self._deadlines: dict[str, float | None] = {}
         self._durations: dict[float | None, list[float]] = {}
         self._warned_deadline = False
+        self._recycling: set[str] = set()
         self._no_workers_since: float | None = None
         self._warned_no_workers = 0.0
         self._slots_t = -math.inf
@@ -611,7 +612,34 @@ class Runner:
             )
         return None, float(value)
 
+    def _maybe_recycle(self, result: dict[str, Any], start: dict[str, Any]) -> None:
+        """Restart a worker process that has run ``recycle_after`` trials (TF keeps ~10 MB per model)."""
+        limit = self.exp.recycle_after
+        worker = start.get("worker")
+        if not limit or not worker or worker in self._recycling:
+            return
+        if int(result.get("process_trials") or 0) < limit:
+            return
+        self._recycling.add(worker)
+        logger.info(
+            "recycling worker %s after %s trials (rss %s MB)",
+            worker,
+            result["process_trials"],
+            result.get("rss_mb"),
+        )
+
+        def restart() -> None:
+            try:
+                self.client.restart_workers([worker], raise_for_error=False)
+            except Exception as exc:  # noqa: BLE001 - best effort: a worker that is gone needs no restart
+                logger.info("could not restart worker %s: %s", worker, exc)
+            finally:
+                self._recycling.discard(worker)
+
+        threading.Thread(target=restart, name="darch-recycle", daemon=True).start()
+
     def _finish(self, rec: TrialRecord, job: Job, ev: dict[str, Any], value: float, result: dict) -> None:
+        self._maybe_recycle(result, ev.get("start") or {})
         rec.history = merge_history(rec.history, result.get("history"))
         if job.rung is not None and rec.history:
             result = {**result, "history": rec.history}

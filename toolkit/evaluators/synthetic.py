@@ -25,6 +25,8 @@ from typing import Any
 
 from toolkit.evaluators.base import Evaluator
 
+_PROCESS_TRIALS = 0  # trials this process has run, reported like the Keras evaluator does
+
 
 def _unit(*parts: Any) -> float:
     """A stable pseudo-random number in [0, 1) from ``parts``."""
@@ -95,6 +97,8 @@ class SyntheticEvaluator(Evaluator):
         seed: int = 0,
         resume: bool = False,
     ) -> dict[str, Any]:
+        global _PROCESS_TRIALS
+        _PROCESS_TRIALS += 1
         start = time.perf_counter()
         for name, bad in (self.fail_on or {}).items():
             if config.get(name) == bad:
@@ -133,4 +137,5 @@ class SyntheticEvaluator(Evaluator):
             "num_params": int(1000 + 1e6 * _unit("params", config)),
             "history": {"epoch": epochs, self.objective: acc, "val_loss": loss},
             "train_time_s": time.perf_counter() - start,
+            "process_trials": _PROCESS_TRIALS,
         }
