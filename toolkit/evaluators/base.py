@@ -28,13 +28,12 @@ what ``experiment.json`` records).
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar
 
-from toolkit.errors import ConfigError, did_you_mean
+from toolkit.params import Params
 
 
-class Evaluator:
+class Evaluator(Params):
     """Base class for evaluators. Subclasses implement :meth:`__call__`.
 
     Attributes
@@ -45,31 +44,6 @@ class Evaluator:
     """
 
     resources: ClassVar[dict[str, float]] = {}
-
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [
-            p.name
-            for p in sig.parameters.values()
-            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        ]
-
-    def get_params(self) -> dict[str, Any]:
-        """The keyword arguments this evaluator was built with."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> Evaluator:
-        """Build from keyword arguments, refusing unknown ones with the valid list."""
-        valid = cls._param_names()
-        for key in params:
-            if key not in valid:
-                raise ConfigError(
-                    f"{cls.__name__} has no parameter {key!r}{did_you_mean(key, valid)}; "
-                    f"valid parameters are {valid}."
-                )
-        return cls(**params)
 
     def __call__(
         self,
@@ -82,12 +56,3 @@ class Evaluator:
         resume: bool = False,
     ) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.get_params() == self.get_params()
-
-    __hash__ = None  # type: ignore[assignment]

@@ -31,13 +31,13 @@ WAIT
 from __future__ import annotations
 
 import abc
-import inspect
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from toolkit.errors import ConfigError, did_you_mean
+from toolkit.errors import ConfigError
+from toolkit.params import Params
 
 RUNNING = "running"
 FINISHED = "finished"
@@ -246,7 +246,7 @@ def group_records(
     return groups
 
 
-class Scheduler(abc.ABC):
+class Scheduler(Params, abc.ABC):
     """Base class of multi-fidelity scheduling policies.
 
     Following scikit-learn, ``__init__`` only stores its keyword arguments:
@@ -278,33 +278,6 @@ class Scheduler(abc.ABC):
     name: ClassVar[str] = ""
     bounded: ClassVar[bool] = True
     resource: str = "epochs"
-
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [
-            p.name
-            for p in sig.parameters.values()
-            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        ]
-
-    def get_params(self) -> dict[str, Any]:
-        """The keyword arguments this scheduler was built with."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> Scheduler:
-        """Build from keyword arguments and check them, refusing unknown ones with the valid list."""
-        valid = cls._param_names()
-        for key in params:
-            if key not in valid:
-                raise ConfigError(
-                    f"{cls.__name__} has no parameter {key!r}{did_you_mean(key, valid)}; "
-                    f"valid parameters are {valid}."
-                )
-        obj = cls(**params)
-        obj.validate()
-        return obj
 
     def validate(self) -> None:
         """Raise :class:`~toolkit.errors.ConfigError` for invalid settings (here: ``resource``)."""
@@ -339,12 +312,3 @@ class Scheduler(abc.ABC):
     @abc.abstractmethod
     def budgets(self) -> list[float]:
         """The rung budgets, lowest first."""
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.get_params() == self.get_params()
-
-    __hash__ = None  # type: ignore[assignment]

@@ -43,13 +43,13 @@ toolkit.errors.ConfigError: Sampling has no parameter 'sed' (did you mean 'seed'
 from __future__ import annotations
 
 import abc
-import inspect
 import random
 from collections import deque
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, ClassVar
 
-from toolkit.errors import ConfigError, did_you_mean
+from toolkit.errors import ConfigError
+from toolkit.params import Params
 from toolkit.space import SearchSpace
 from toolkit.trial import Objective, Trial, TrialStatus, config_key
 
@@ -72,7 +72,7 @@ def status_of(trial: Trial) -> TrialStatus:
     return TrialStatus(trial.status)
 
 
-class Searcher(abc.ABC):
+class Searcher(Params, abc.ABC):
     """Base class of ask/tell search policies.
 
     Subclasses implement :meth:`ask`; :meth:`tell` is a no-op hook, and
@@ -100,65 +100,7 @@ class Searcher(abc.ABC):
     seed: int | None
 
     # -- parameters (scikit-learn conventions) -------------------------------------------
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [
-            p.name
-            for p in sig.parameters.values()
-            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        ]
-
-    @classmethod
-    def valid_params(cls, params: Mapping[str, Any] | None = None) -> list[str]:
-        """The parameter names :meth:`from_params` accepts (``params`` lets a subclass depend on them).
-
-        Examples
-        --------
-        >>> from toolkit.searchers import RandomSearcher
-        >>> RandomSearcher.valid_params()
-        ['seed', 'max_retries']
-        """
-        return cls._param_names()
-
-    def get_params(self) -> dict[str, Any]:
-        """The keyword arguments this searcher was built with.
-
-        Examples
-        --------
-        >>> from toolkit.searchers import RandomSearcher
-        >>> RandomSearcher(seed=3).get_params()
-        {'seed': 3, 'max_retries': 10}
-        """
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> Searcher:
-        """Build from keyword arguments; unknown or invalid ones raise :class:`ConfigError`.
-
-        Examples
-        --------
-        >>> from toolkit.searchers import EvolutionSearcher
-        >>> EvolutionSearcher.from_params({"population_size": 10, "sample_size": 3, "seed": 0})
-        EvolutionSearcher(population_size=10, sample_size=3, seed=0)
-        """
-        if not isinstance(params, Mapping):
-            raise ConfigError(
-                f"{cls.__name__} parameters must be a mapping {{name: value}}; got {params!r}. "
-                f"Valid parameters are {cls.valid_params()}."
-            )
-        valid = cls.valid_params(params)
-        for key in params:
-            if key not in valid:
-                raise ConfigError(
-                    f"{cls.__name__} has no parameter {key!r}{did_you_mean(key, valid)}; "
-                    f"valid parameters are {valid}."
-                )
-        searcher = cls(**params)
-        searcher._validate_params()
-        return searcher
-
-    def _validate_params(self) -> None:
+    def validate(self) -> None:
         """Check the stored parameters; raise :class:`ConfigError` with a corrected call."""
         seed = getattr(self, "seed", None)
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
@@ -166,15 +108,6 @@ class Searcher(abc.ABC):
                 f"{type(self).__name__} seed must be an int or None; got {seed!r}. "
                 f"For example {type(self).__name__}(seed=0)."
             )
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.get_params() == self.get_params()  # type: ignore[attr-defined]
-
-    __hash__ = None  # type: ignore[assignment]
 
     # -- lifecycle ------------------------------------------------------------------------
     def setup(self, space: SearchSpace, objective: Objective | None = None) -> None:
@@ -201,7 +134,7 @@ class Searcher(abc.ABC):
                 f"{type(self).__name__}.setup needs an Objective; got {objective!r}. "
                 "Pass, for example, Objective('val_accuracy', 'max')."
             )
-        self._validate_params()
+        self.validate()
         self.space_ = space
         self.objective_ = objective
         seed = getattr(self, "seed", None)

@@ -86,8 +86,8 @@ class EvolutionSearcher(Searcher):
         self.sample_size = sample_size
         self.seed = seed
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
+    def validate(self) -> None:
+        super().validate()
         p, s = self.population_size, self.sample_size
         if not isinstance(p, int) or isinstance(p, bool) or p < 1:
             raise ConfigError(

@@ -74,8 +74,8 @@ class GridSearcher(Searcher):
         self.shuffle = shuffle
         self.seed = seed
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
+    def validate(self) -> None:
+        super().validate()
         if self.values is not None and not isinstance(self.values, Mapping):
             raise ConfigError(
                 f"GridSearcher values must be a mapping {{name: [value, ...]}}; got {self.values!r}. "

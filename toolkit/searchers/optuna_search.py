@@ -181,8 +181,8 @@ class OptunaSearcher(Searcher):
         """
         return {"sampler": self.sampler, "seed": self.seed, **self.sampler_kwargs}
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
+    def validate(self) -> None:
+        super().validate()
         from optuna.samplers import BaseSampler
 
         s = self.sampler

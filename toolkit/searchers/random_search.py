@@ -53,8 +53,8 @@ class RandomSearcher(Searcher):
         self.seed = seed
         self.max_retries = max_retries
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
+    def validate(self) -> None:
+        super().validate()
         r = self.max_retries
         if not isinstance(r, int) or isinstance(r, bool) or r < 0:
             raise ConfigError(
