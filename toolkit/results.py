@@ -120,6 +120,8 @@ class Results:
             if row is None:
                 continue
             if kind == "started":
+                if row["status"] in ("finished", "failed"):
+                    continue  # a late re-run of a recorded trial: keep the start of the recorded run
                 if "raw" in ev:  # parsed at the end, only if no finished event carries the start
                     row["start_raw"] = ev["raw"]
                 else:

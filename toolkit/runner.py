@@ -222,9 +222,11 @@ class Runner:
         if self.max_concurrent:
             return self.max_concurrent
         slots = max(self._slots, 1)
-        if getattr(self.exp.searcher, "independent", False) and self.scheduler is None:
+        deadlines = any(dl is not None for dl in self._deadlines.values())
+        if getattr(self.exp.searcher, "independent", False) and self.scheduler is None and not deadlines:
             # Proposals do not depend on results (random, grid): queue a batch on the scheduler, as a
-            # client.map would, so a worker never waits for the driver's round trip.
+            # client.map would, so a worker never waits for the driver's round trip. Not when workers
+            # have deadlines: a queued trial would start one duration later than the lifetime check assumed.
             return max(4 * slots, 32)
         return slots
 
