@@ -62,7 +62,7 @@ CORE = [
     ("attempts", "int64"),
     ("error", "str"),
 ]
-EXTRA = [("val_loss", "float64"), ("train_time_s", "float64")]
+EXTRA = [("val_loss", "float64"), ("train_time_s", "float64"), ("process_trials", "float64")]
 
 
 def _schema(df: pd.DataFrame) -> list[tuple[str, str]]:
