@@ -38,8 +38,6 @@ from toolkit.schedulers.base import (
     RungRecord,
     Scheduler,
     _Wait,
-    budget_ladder,
-    check_geometry,
     group_records,
     rank_key,
 )
@@ -93,15 +91,6 @@ class ASHA(Scheduler):
         self.max_budget = max_budget
         self.eta = eta
         self.resource = resource
-
-    def validate(self) -> None:
-        super().validate()
-        check_geometry(type(self).__name__, self.min_budget, self.max_budget, self.eta)
-
-    def budgets(self) -> list[float]:
-        """The rung budgets ``min_budget * eta**i``, lowest first."""
-        self.validate()
-        return budget_ladder(self.min_budget, self.max_budget, int(self.eta))
 
     def next_job(
         self, records: Sequence[RungRecord], n_started: int, max_trials: int | None = None

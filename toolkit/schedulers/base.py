@@ -280,12 +280,14 @@ class Scheduler(Params, abc.ABC):
     resource: str = "epochs"
 
     def validate(self) -> None:
-        """Raise :class:`~toolkit.errors.ConfigError` for invalid settings (here: ``resource``)."""
+        """Raise :class:`~toolkit.errors.ConfigError` for invalid settings: ``resource`` and the budget ladder."""
         if not isinstance(self.resource, str) or not self.resource:
             raise ConfigError(
                 f"{type(self).__name__}: resource must name the budget's unit, such as 'epochs'; "
                 f"got {self.resource!r}."
             )
+        if hasattr(self, "min_budget"):
+            check_geometry(type(self).__name__, self.min_budget, self.max_budget, self.eta)
 
     @abc.abstractmethod
     def next_job(
@@ -309,6 +311,7 @@ class Scheduler(Params, abc.ABC):
             job finishes; ``None`` when the plan is complete and no work remains.
         """
 
-    @abc.abstractmethod
     def budgets(self) -> list[float]:
-        """The rung budgets, lowest first."""
+        """The rung budgets ``min_budget * eta**i``, lowest first (all of them: Hyperband's first bracket)."""
+        self.validate()
+        return budget_ladder(self.min_budget, self.max_budget, int(self.eta))

@@ -35,8 +35,6 @@ from toolkit.schedulers.base import (
     RungRecord,
     Scheduler,
     _Wait,
-    budget_ladder,
-    check_geometry,
     group_records,
     rank_key,
 )
@@ -195,7 +193,6 @@ class SuccessiveHalving(Scheduler):
 
     def validate(self) -> None:
         super().validate()
-        check_geometry(type(self).__name__, self.min_budget, self.max_budget, self.eta)
         n = self.n_configs
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
             raise ConfigError(
@@ -203,11 +200,6 @@ class SuccessiveHalving(Scheduler):
                 f"trial at the top rung); got n_configs={n!r}. For example: "
                 f"{type(self).__name__}(max_budget={self.max_budget!r}, n_configs=27)."
             )
-
-    def budgets(self) -> list[float]:
-        """The rung budgets ``min_budget * eta**i``, lowest first."""
-        self.validate()
-        return budget_ladder(self.min_budget, self.max_budget, int(self.eta))
 
     def rung_sizes(self) -> list[int]:
         """Planned trials per rung (before ``max_trials`` and failures)."""

@@ -28,8 +28,6 @@ from toolkit.schedulers.base import (
     RungRecord,
     Scheduler,
     _Wait,
-    budget_ladder,
-    check_geometry,
     group_records,
 )
 from toolkit.schedulers.halving import Bracket, bracket_step, rung_sizes
@@ -82,15 +80,6 @@ class Hyperband(Scheduler):
         self.max_budget = max_budget
         self.eta = eta
         self.resource = resource
-
-    def validate(self) -> None:
-        super().validate()
-        check_geometry(type(self).__name__, self.min_budget, self.max_budget, self.eta)
-
-    def budgets(self) -> list[float]:
-        """The rung budgets of the first (most exploratory) bracket, which has them all."""
-        self.validate()
-        return budget_ladder(self.min_budget, self.max_budget, int(self.eta))
 
     def brackets(self) -> list[Bracket]:
         """The plan of every bracket, in the order they are started."""
